@@ -1,0 +1,1 @@
+"""Message sources: one module per `publisher_type`, its config model beside it."""
