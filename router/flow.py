@@ -108,10 +108,8 @@ async def serve(config: RouterConfig, client: PrefectClient, logger: Logger) -> 
             _watch_cancellation(client, stop, config.cancel_check_seconds)
         )
         try:
-            await wait_or_stop(
-                asyncio.gather(*(listen(source, runtime, stop.event) for source in sources)),
-                stop.event,
-            )
+            # Listeners return by themselves once stop.event is set.
+            await asyncio.gather(*(listen(source, runtime, stop.event) for source in sources))
             if stop.reason is not None:
                 logger.info("Stopping: %s", stop.reason)
             await runtime.drain(config.shutdown_grace_seconds)

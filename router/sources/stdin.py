@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import BinaryIO, Literal
 
 from router.message import Message
@@ -66,14 +68,38 @@ class StdInputSource(Source):
 def _read_lines(
     stream: BinaryIO, lines: asyncio.Queue[bytes], loop: asyncio.AbstractEventLoop
 ) -> None:
-    while True:
+    for line in _lines(stream):
         try:
-            line = stream.readline()
-        except (OSError, ValueError):  # closed stream
-            line = _EOF
-        try:
-            asyncio.run_coroutine_threadsafe(lines.put(line or _EOF), loop).result()
+            asyncio.run_coroutine_threadsafe(lines.put(line), loop).result()
         except RuntimeError:  # the loop has closed: the router is gone
             return
-        if not line:
+        if line == _EOF:
             return
+
+
+def _lines(stream: BinaryIO) -> Iterator[bytes]:
+    """Lines of `stream`, then _EOF. A real file descriptor is read with os.read, so this
+    thread never holds the buffered reader's lock that interpreter shutdown needs."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        fd = None
+    if fd is None:
+        yield from iter(stream.readline, _EOF)
+        yield _EOF
+        return
+    pending = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = _EOF
+        if not chunk:
+            if pending:
+                yield pending
+            yield _EOF
+            return
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line + b"\n"
