@@ -115,6 +115,9 @@ async def serve(config: RouterConfig, client: PrefectClient, logger: Logger) -> 
             await runtime.drain(config.shutdown_grace_seconds)
         finally:
             watcher.cancel()
+        if stop.reason is None and await _own_run_cancelled(client):
+            # Cancelled just as the sources ended: Prefect refuses Completed after Cancelling.
+            stop.request("its flow run was cancelled")
     summary = runtime.stats.as_dict()
     logger.info("Router finished: %s", summary)
     if stop.reason is not None:
@@ -147,24 +150,27 @@ async def _watch_cancellation(client: PrefectClient, stop: StopRequest, interval
     A worker stops a cancelled run by signal, but a run started with `python flows/router.py`
     is not interrupted by Prefect: the router has to notice its Cancelling state itself.
     """
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return
-    run_id = context.flow_run.id
     while True:
         await wait_or_stop(asyncio.sleep(interval), stop.event)
         if stop.event.is_set():
             return
-        try:
-            flow_run = await client.read_flow_run(run_id)
-        except Exception:  # the API being away is the dispatcher's business, not ours
-            continue
-        if flow_run.state is not None and flow_run.state.type in (
-            StateType.CANCELLING,
-            StateType.CANCELLED,
-        ):
+        if await _own_run_cancelled(client):
             stop.request("its flow run was cancelled")
             return
+
+
+async def _own_run_cancelled(client: PrefectClient) -> bool:
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    try:
+        flow_run = await client.read_flow_run(context.flow_run.id)
+    except Exception:  # the API being away is the dispatcher's business, not ours
+        return False
+    return flow_run.state is not None and flow_run.state.type in (
+        StateType.CANCELLING,
+        StateType.CANCELLED,
+    )
 
 
 @contextmanager
