@@ -45,6 +45,7 @@ class PrefectServer:
         self._ui = ui
         self._process: subprocess.Popen[bytes] | None = None
         self.log_path = self.home / "server.log"
+        self.home.mkdir(parents=True, exist_ok=True)
 
     def client_env(self) -> dict[str, str]:
         """Environment for a Prefect client process talking to this server."""

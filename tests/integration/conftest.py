@@ -80,14 +80,14 @@ def run_router(
     )
 
 
-def start_router(server: PrefectServer, config: Path) -> subprocess.Popen[str]:
+def start_router(server: PrefectServer, config: Path, **env: str) -> subprocess.Popen[str]:
     """The router as a background process whose standard input the test writes to."""
     return subprocess.Popen(
         [sys.executable, ROUTER_SCRIPT, str(config)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env=server.client_env(),
+        env={**server.client_env(), **env},
         text=True,
         cwd=PROJECT_ROOT,
     )

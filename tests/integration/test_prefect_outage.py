@@ -19,7 +19,8 @@ def test_messages_wait_out_an_api_outage_and_trigger_once(tmp_path, source_name)
         config = write_config(
             tmp_path / "router.json", source_name, retry_max_seconds=2.0, cancel_check_seconds=30
         )
-        router = start_router(server, config)
+        # Without the Prefect client's own retries, the runtime's backoff is what holds them.
+        router = start_router(server, config, PREFECT_CLIENT_MAX_RETRIES="0")
         router.stdin.write('{"message_type": "SampleMsg", "id": "before"}\n')
         router.stdin.flush()
         with SyncPrefectClient(server.url) as client:
