@@ -110,6 +110,8 @@ async def serve(config: RouterConfig, client: PrefectClient, logger: Logger) -> 
         try:
             # Listeners return by themselves once stop.event is set.
             await asyncio.gather(*(listen(source, runtime, stop.event) for source in sources))
+            if stop.reason is None:  # every source ended: finish every message they gave
+                await wait_or_stop(runtime.join(), stop.event)
             if stop.reason is not None:
                 logger.info("Stopping: %s", stop.reason)
             await runtime.drain(config.shutdown_grace_seconds)

@@ -76,6 +76,11 @@ class Runtime:
         """Messages taken and not yet settled."""
         return len(self._tasks)
 
+    async def join(self) -> None:
+        """Wait until no message is in flight."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def drain(self, grace_seconds: float) -> None:
         """Let in-flight messages finish for `grace_seconds`, then release what is left."""
         if self._tasks:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 import threading
@@ -71,7 +72,7 @@ def _read_lines(
     for line in _lines(stream):
         try:
             asyncio.run_coroutine_threadsafe(lines.put(line), loop).result()
-        except RuntimeError:  # the loop has closed: the router is gone
+        except (RuntimeError, concurrent.futures.CancelledError):  # the router has gone
             return
         if line == _EOF:
             return

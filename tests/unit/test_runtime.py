@@ -130,3 +130,12 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_maximum(attempt):
     delays = [backoff_delay(attempt, 0.5, 30.0, rng) for _ in range(50)]
     assert all(ceiling / 2 <= d <= ceiling for d in delays)
     assert len(set(delays)) > 1
+
+
+async def test_join_waits_for_every_message_however_long_it_retries():
+    dispatcher = FakeDispatcher(failures=[TransientDispatchError("down")] * 5)
+    settle = Settlements()
+    runtime = make_runtime(dispatcher)
+    await runtime.submit(settle.message(SAMPLE))
+    await asyncio.wait_for(runtime.join(), 5)
+    assert settle.log == [("1", "ack", "")]

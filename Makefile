@@ -1,0 +1,64 @@
+# Prefect Event Router. `make demo` runs the whole loop; `make test` runs the tests.
+# Both create .venv and install what they need; nothing else is assumed but python3.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PREFECT := $(VENV)/bin/prefect
+WORK_POOL ?= event-router-pool
+MESSAGES := '{"message_type": "SampleMsg"}' '{"message_type": "ParamsMsg", "payload": {"name": "Gordon Bennett"}}'
+
+.PHONY: install demo test lint bench setup-prefect-test start-prefect start-worker run-example reset-prefect-test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+## The whole loop on this machine: server, work pool, worker, deployments, router, two runs.
+demo: install
+	$(PY) -m devtools.demo
+
+## Lint, then every test (a real Prefect server is started by the tests themselves).
+test: install lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+## Benchmarks print figures; they are never part of `make test`.
+bench: install
+	$(PY) bench/dispatch.py
+
+# The original tool's targets, against the server at PREFECT_API_URL.
+
+## Create the process work pool and deploy the example flows and the router.
+setup-prefect-test: install
+	$(PREFECT) work-pool create $(WORK_POOL) --type process --overwrite
+	$(PREFECT) --no-prompt deploy --all
+
+## A local Prefect server in the foreground (UI at http://127.0.0.1:4200).
+start-prefect: install
+	$(PREFECT) server start --host 127.0.0.1
+
+## A process worker for the example deployments, in the foreground.
+start-worker: install
+	PREFECT_WORKER_QUERY_SECONDS=2 $(PREFECT) worker start --pool $(WORK_POOL)
+
+## The router on test.json, fed the original README's two sample messages.
+run-example: install
+	printf '%s\n' $(MESSAGES) | $(PY) flows/router.py test.json
+
+## Remove what setup-prefect-test created.
+reset-prefect-test: install
+	-$(PREFECT) --no-prompt deployment delete "Test Flow/integration-test"
+	-$(PREFECT) --no-prompt deployment delete "Test Flow with params/integration-test"
+	-$(PREFECT) --no-prompt deployment delete "event-router/event-router"
+	-$(PREFECT) --no-prompt work-pool delete $(WORK_POOL)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
