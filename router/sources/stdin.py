@@ -70,9 +70,13 @@ def _read_lines(
     stream: BinaryIO, lines: asyncio.Queue[bytes], loop: asyncio.AbstractEventLoop
 ) -> None:
     for line in _lines(stream):
+        put = lines.put(line)
         try:
-            asyncio.run_coroutine_threadsafe(lines.put(line), loop).result()
-        except (RuntimeError, concurrent.futures.CancelledError):  # the router has gone
+            asyncio.run_coroutine_threadsafe(put, loop).result()
+        except RuntimeError:  # the loop has closed: the router has gone
+            put.close()
+            return
+        except concurrent.futures.CancelledError:  # the loop shut down while we waited
             return
         if line == _EOF:
             return
