@@ -33,9 +33,22 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG
+    if not _api_url():
+        print(
+            "error: no Prefect API configured: set PREFECT_API_URL (or the original "
+            "PREFECT_API_URI), e.g. http://127.0.0.1:4200/api, or `prefect config set` it",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
     if args.command == "validate":
         return asyncio.run(_validate(config))
     return _run(config)
+
+
+def _api_url() -> str | None:
+    from prefect.settings import get_current_settings
+
+    return get_current_settings().api.url
 
 
 def _run(config: RouterConfig) -> int:

@@ -109,3 +109,20 @@ def run_logs(client, flow_run_id):
     return client.read_logs(
         log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
     )
+
+
+def test_no_api_configured_is_a_clear_error(prefect_server, tmp_path):
+    env = prefect_server.client_env()
+    del env["PREFECT_API_URL"]
+    env["PREFECT_HOME"] = str(tmp_path)  # no profile pointing anywhere either
+    result = subprocess.run(
+        [sys.executable, "flows/router.py", "test.json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=PROJECT_ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "set PREFECT_API_URL (or the original PREFECT_API_URI)" in result.stderr

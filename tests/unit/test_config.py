@@ -149,3 +149,9 @@ def test_schema_accepts_the_string_route_form():
     schema = json.dumps(RouterConfig.model_json_schema())
     assert '"type": "string"' in schema
     assert "RouteTarget" in schema
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").iterdir()), ids=lambda p: p.name)
+def test_every_example_config_loads(path):
+    config = load_config(path)
+    assert config.deployments()
