@@ -72,16 +72,7 @@ class PrefectServer:
         command = [*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(self.port)]
         if not self._services:
             command.append("--no-services")
-        log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child for its lifetime)
-        self._process = subprocess.Popen(
-            command,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
+        self._process = spawn(command, env, self.log_path)
         self.wait_healthy(timeout)
         return self
 
@@ -145,9 +136,15 @@ class PrefectServer:
         """A process worker on the example pool that polls every second."""
         env = self.client_env()
         env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
-        log = open(log_path or self.home / "worker.log", "ab")  # noqa: SIM115
-        process = subprocess.Popen(
-            [*PREFECT, "worker", "start", "--pool", WORK_POOL],
+        command = [*PREFECT, "worker", "start", "--pool", WORK_POOL]
+        return spawn(command, env, log_path or self.home / "worker.log")
+
+
+def spawn(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `command` from the project root in its own process group, logging to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            command,
             env=env,
             cwd=PROJECT_ROOT,
             stdout=log,
@@ -155,8 +152,6 @@ class PrefectServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        log.close()
-        return process
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:

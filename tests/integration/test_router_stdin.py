@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
 from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelling
 
@@ -141,19 +142,20 @@ def test_old_prefect_api_uri_spelling_works(prefect_server, client, source_name,
     assert len(runs_tagged(client, f"source:{source_name}")) == 1
 
 
-def test_sigterm_drains_and_ends_the_run(prefect_server, client, source_name, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_drains_and_ends_the_run(prefect_server, client, source_name, tmp_path, signum):
     config = write_config(tmp_path / "router.json", source_name)
     router = start_router(prefect_server, config)
     try:
         router.stdin.write(f"{SAMPLE}\n{PARAMS}\n")
         router.stdin.flush()
         wait_for(lambda: len(runs_tagged(client, f"source:{source_name}")) == 2, what="2 runs")
-        router.send_signal(signal.SIGTERM)
+        router.send_signal(signum)
         output, _ = router.communicate(timeout=60)
     finally:
         router.kill()
     assert router.returncode == 0, output
-    assert "Stopping: received SIGTERM" in output
+    assert f"Stopping: received {signal.Signals(signum).name}" in output
     state = client.read_flow_run(router_run_id(output)).state
     assert state.type == StateType.CANCELLED
     assert "'triggered': 2" in state.message
