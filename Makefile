@@ -8,7 +8,9 @@ PREFECT := $(VENV)/bin/prefect
 WORK_POOL ?= event-router-pool
 MESSAGES := '{"message_type": "SampleMsg"}' '{"message_type": "ParamsMsg", "payload": {"name": "Gordon Bennett"}}'
 
-.PHONY: install demo test lint bench setup-prefect-test start-prefect start-worker run-example reset-prefect-test clean
+AZURITE := .tools/node_modules/.bin/azurite-queue
+
+.PHONY: install tools demo test lint bench setup-prefect-test start-prefect start-worker run-example reset-prefect-test clean
 
 install: $(VENV)/.installed
 
@@ -18,12 +20,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+## Brokers the tests start themselves: Azurite (Azure Storage emulator) from npm.
+tools: $(AZURITE)
+
+$(AZURITE):
+	npm install --prefix .tools --no-audit --no-fund --loglevel=error azurite@3.37.0
+
 ## The whole loop on this machine: server, work pool, worker, deployments, router, two runs.
 demo: install
 	$(PY) -m devtools.demo
 
 ## Lint, then every test (a real Prefect server is started by the tests themselves).
-test: install lint
+test: install tools lint
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install
@@ -31,7 +39,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 ## Benchmarks print figures; they are never part of `make test`.
-bench: install
+bench: install tools
 	$(PY) bench/dispatch.py
 
 # The original tool's targets, against the server at PREFECT_API_URL.

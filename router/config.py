@@ -9,10 +9,11 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.errors import ConfigError
+from router.sources.azure_queue import AzureStorageQueueConfig
 from router.sources.base import RouteTarget, SourceConfig
 from router.sources.stdin import StdInputConfig
 
-SOURCE_CONFIGS: tuple[type[SourceConfig], ...] = (StdInputConfig,)
+SOURCE_CONFIGS: tuple[type[SourceConfig], ...] = (StdInputConfig, AzureStorageQueueConfig)
 PUBLISHER_TYPES = tuple(
     model.model_fields["publisher_type"].annotation.__args__[0]  # type: ignore[union-attr]
     for model in SOURCE_CONFIGS

@@ -52,7 +52,7 @@ async def listen(source: Source, runtime: Runtime, stopping: asyncio.Event) -> s
     while not stopping.is_set():
         logger.info("Listening to source '%s' (%s)", source.name, source.kind)
         try:
-            await source.run(runtime.submit, stopping)
+            await source.run(runtime.submit, stopping, logger)
         except Exception as exc:
             failures += 1
             delay = backoff_delay(failures, 1.0, 60.0, rng)
@@ -107,16 +107,18 @@ async def serve(config: RouterConfig, client: PrefectClient, logger: Logger) -> 
         watcher = asyncio.create_task(
             _watch_cancellation(client, stop, config.cancel_check_seconds)
         )
+        drainer = asyncio.create_task(_drain_when_stopped(stop, runtime, config, logger))
         try:
-            # Listeners return by themselves once stop.event is set.
+            # Listeners stop receiving once stop.event is set, and return when what they
+            # received is settled: the drainer settles or releases it meanwhile.
             await asyncio.gather(*(listen(source, runtime, stop.event) for source in sources))
             if stop.reason is None:  # every source ended: finish every message they gave
                 await wait_or_stop(runtime.join(), stop.event)
             if stop.reason is not None:
-                logger.info("Stopping: %s", stop.reason)
-            await runtime.drain(config.shutdown_grace_seconds)
+                await drainer
         finally:
             watcher.cancel()
+            drainer.cancel()
         if stop.reason is None and await _own_run_cancelled(client):
             # Cancelled just as the sources ended: Prefect refuses Completed after Cancelling.
             stop.request("its flow run was cancelled")
@@ -125,6 +127,14 @@ async def serve(config: RouterConfig, client: PrefectClient, logger: Logger) -> 
     if stop.reason is not None:
         return Cancelled(message=f"Router stopped ({stop.reason}): {summary}", data=summary)
     return summary
+
+
+async def _drain_when_stopped(
+    stop: StopRequest, runtime: Runtime, config: RouterConfig, logger: Logger
+) -> None:
+    await stop.event.wait()
+    logger.info("Stopping: %s", stop.reason)
+    await runtime.drain(config.shutdown_grace_seconds)
 
 
 async def _resolve_deployments(

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router.message import Message
 
 Submit = Callable[[Message], Awaitable[None]]
+Logger = logging.Logger | logging.LoggerAdapter
 T = TypeVar("T")
 
 
@@ -98,12 +100,48 @@ class Source(abc.ABC):
         self.name = name
 
     @abc.abstractmethod
-    async def run(self, submit: Submit, stopping: asyncio.Event) -> None:
+    async def run(self, submit: Submit, stopping: asyncio.Event, logger: Logger) -> None:
         """Receive messages and pass each to `submit` until the source ends or `stopping` is set.
 
         `submit` returns once the runtime has taken the message (it applies back-pressure);
-        the message's settlement callbacks are called later, exactly once.
+        the message's settlement callbacks are called later, exactly once. A source with
+        connections keeps them open until every message it handed over is settled.
         """
+
+
+class Outstanding(Generic[T]):
+    """What a source has received and not yet settled, with a wait for none to be left."""
+
+    def __init__(self) -> None:
+        self._items: dict[int, T] = {}
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def add(self, item: T) -> None:
+        """Track `item` until `remove`."""
+        self._items[id(item)] = item
+        self._empty.clear()
+
+    def remove(self, item: T) -> None:
+        """Stop tracking `item` (no matter if it was not tracked)."""
+        self._items.pop(id(item), None)
+        if not self._items:
+            self._empty.set()
+
+    def has(self, item: T) -> bool:
+        """Whether `item` is still tracked."""
+        return id(item) in self._items
+
+    def items(self) -> list[T]:
+        """A snapshot of the tracked items."""
+        return list(self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def wait_empty(self) -> None:
+        """Return once nothing is tracked."""
+        await self._empty.wait()
 
 
 async def wait_or_stop(awaitable: Awaitable[T], stopping: asyncio.Event) -> T | None:

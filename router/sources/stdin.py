@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, Literal
 
 from router.message import Message
-from router.sources.base import Source, SourceConfig, Submit, wait_or_stop
+from router.sources.base import Logger, Source, SourceConfig, Submit, wait_or_stop
 
 _EOF = b""
 
@@ -44,7 +44,7 @@ class StdInputSource(Source):
         # within this run reuses it; a later run with the same input makes new runs.
         self._session = uuid.uuid4().hex[:12]
 
-    async def run(self, submit: Submit, stopping: asyncio.Event) -> None:
+    async def run(self, submit: Submit, stopping: asyncio.Event, logger: Logger) -> None:
         """Submit each non-blank line until end of file or until `stopping` is set."""
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun
 
+from devtools.azurite import Azurite
 from devtools.prefect_server import PROJECT_ROOT, PrefectServer
 
 ROUTER_SCRIPT = str(PROJECT_ROOT / "flows" / "router.py")
@@ -113,3 +115,89 @@ def wait_for(predicate, timeout: float = 60, interval: float = 0.3, what: str = 
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[Azurite]:
+    server = Azurite().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class TestQueue:
+    """A fresh queue on Azurite and its poison queue, seen through the synchronous SDK."""
+
+    def __init__(self, azurite: Azurite, name: str) -> None:
+        from azure.storage.queue import QueueClient
+
+        self.name = name
+        self.poison_name = f"{name}-poison"
+        self.connection_string = azurite.connection_string
+        self.client = QueueClient.from_connection_string(azurite.connection_string, name)
+        self.poison = QueueClient.from_connection_string(
+            azurite.connection_string, self.poison_name
+        )
+        self.client.create_queue()
+
+    def send(self, *contents: str) -> list[str]:
+        """Send each content as it is; return the message ids."""
+        return [self.client.send_message(content).id for content in contents]
+
+    def count(self) -> int:
+        return self.client.get_queue_properties().approximate_message_count
+
+    def poisoned(self) -> list[str]:
+        """Contents in the poison queue (peeked, left in place)."""
+        try:
+            return [m.content for m in self.poison.peek_messages(max_messages=32)]
+        except Exception as exc:  # the poison queue is created on the first rejection
+            if "QueueNotFound" in str(exc):
+                return []
+            raise
+
+
+@pytest.fixture
+def queue(azurite: Azurite) -> TestQueue:
+    return TestQueue(azurite, f"q{uuid.uuid4().hex[:12]}")
+
+
+def azure_config(
+    path: Path,
+    source_name: str,
+    queue: TestQueue,
+    routes: dict | None = None,
+    router: dict | None = None,
+    **source_fields,
+) -> Path:
+    """A router config with one Azure queue source reading the connection string from env."""
+    source = {
+        "publisher_type": "AzureStorageQueue",
+        "name": source_name,
+        "storage_account": "devstoreaccount1",
+        "queue_name": queue.name,
+        "connection_string_env": "TEST_AZURE_CONNECTION_STRING",
+        "min_poll_interval_seconds": 0.05,
+        "max_poll_interval_seconds": 0.5,
+        "message_flow_actions": routes
+        or {
+            "SampleMsg": "Test Flow/integration-test",
+            "ParamsMsg": "Test Flow with params/integration-test",
+        },
+        **source_fields,
+    }
+    config = {"threads": [source], "cancel_check_seconds": 0.5, **(router or {})}
+    path.write_text(json.dumps(config))
+    return path
+
+
+def stop_router(router: subprocess.Popen[str], timeout: float = 60) -> str:
+    """SIGTERM a router started with start_router; its exit code must be 0. Returns its output."""
+    router.send_signal(signal.SIGTERM)
+    try:
+        output, _ = router.communicate(timeout=timeout)
+    finally:
+        router.kill()
+    assert router.returncode == 0, output
+    return output

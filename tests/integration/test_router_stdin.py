@@ -128,7 +128,8 @@ def test_invalid_config_is_one_line_per_problem(prefect_server, tmp_path):
     result = run_router(prefect_server, config, [])
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: threads[0].publisher_type: unknown 'Foo', expected one of 'StdInput'",
+        "error: threads[0].publisher_type: unknown 'Foo', expected one of "
+        "'StdInput', 'AzureStorageQueue'",
         "error: threads[1].message_flow_actions: field required",
     ]
 

@@ -95,7 +95,7 @@ max_concurrency: 4
 def test_unknown_publisher_type_names_the_choices():
     data = {"threads": [{"publisher_type": "Foo", "message_flow_actions": {"A": "F/d"}}]}
     assert problems(data) == [
-        "threads[0].publisher_type: unknown 'Foo', expected one of 'StdInput'"
+        "threads[0].publisher_type: unknown 'Foo', expected one of 'StdInput', 'AzureStorageQueue'"
     ]
 
 

@@ -1,5 +1,6 @@
 import asyncio
 import io
+import logging
 import os
 
 from router.sources.stdin import StdInputSource
@@ -11,7 +12,7 @@ async def collect(source: StdInputSource, stopping: asyncio.Event) -> list:
     async def submit(message):
         received.append(message)
 
-    await asyncio.wait_for(source.run(submit, stopping), 5)
+    await asyncio.wait_for(source.run(submit, stopping, logging.getLogger("test")), 5)
     return received
 
 
