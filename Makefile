@@ -10,7 +10,7 @@ MESSAGES := '{"message_type": "SampleMsg"}' '{"message_type": "ParamsMsg", "payl
 
 AZURITE := .tools/node_modules/.bin/azurite-queue
 
-.PHONY: install tools demo test lint bench setup-prefect-test start-prefect start-worker run-example reset-prefect-test clean
+.PHONY: install tools demo test lint bench setup-prefect-test start-prefect start-worker start-azurite run-example reset-prefect-test clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,7 @@ lint: install
 ## Benchmarks print figures; they are never part of `make test`.
 bench: install tools
 	$(PY) bench/dispatch.py
+	$(PY) bench/azure_queue.py
 
 # The original tool's targets, against the server at PREFECT_API_URL.
 
@@ -60,6 +61,10 @@ start-worker: install
 ## The router on test.json, fed the original README's two sample messages.
 run-example: install
 	printf '%s\n' $(MESSAGES) | $(PY) flows/router.py test.json
+
+## Azurite's queue service on 127.0.0.1:10001, in memory, in the foreground.
+start-azurite: tools
+	$(AZURITE) --queueHost 127.0.0.1 --queuePort 10001 --inMemoryPersistence --skipApiVersionCheck --disableTelemetry --loose
 
 ## Remove what setup-prefect-test created.
 reset-prefect-test: install

@@ -132,9 +132,9 @@ class PrefectServer:
         if result.returncode != 0:
             raise RuntimeError(f"prefect deploy failed:\n{result.stdout}\n{result.stderr}")
 
-    def start_worker(self, log_path: Path | None = None) -> subprocess.Popen[bytes]:
-        """A process worker on the example pool that polls every second."""
-        env = self.client_env()
+    def start_worker(self, log_path: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
+        """A process worker on the example pool that polls every second (`env` added)."""
+        env = {**self.client_env(), **env}
         env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
         command = [*PREFECT, "worker", "start", "--pool", WORK_POOL]
         return spawn(command, env, log_path or self.home / "worker.log")

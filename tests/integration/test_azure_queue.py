@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 import time
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
+from prefect.states import Cancelling
 
-from devtools.prefect_server import PrefectServer
+from devtools.prefect_server import PrefectServer, stop_process
 from router.routing import idempotency_key
 from tests.integration.conftest import (
     azure_config,
@@ -227,3 +230,58 @@ def test_prefect_outage_holds_messages_without_poisoning_them(tmp_path, source_n
         if router is not None and router.poll() is None:
             router.kill()
         server.close()
+
+
+def test_router_deployment_on_a_worker_reads_the_queue(
+    prefect_server, client, source_name, queue, tmp_path
+):
+    config = json.loads(azure_config(tmp_path / "a.json", source_name, queue).read_text())
+    worker = prefect_server.start_worker(
+        prefect_server.home / f"{source_name}-worker.log", **router_env(queue)
+    )
+    try:
+        deployment = client.read_deployment_by_name("event-router/event-router")
+        router_run = client.create_flow_run_from_deployment(
+            deployment.id, parameters={"config": config}
+        )
+        queue.send(params("via-worker", id="w-1"))
+        wait_for(
+            lambda: runs_tagged(client, f"source:{source_name}") and queue.count() == 0,
+            timeout=120,
+            what="the deployed router to trigger the queued message",
+        )
+        client.set_flow_run_state(router_run.id, Cancelling())
+        final = wait_for(
+            lambda: (r := client.read_flow_run(router_run.id)).state.is_final() and r,
+            timeout=90,
+            what="the router's run to end",
+        )
+    finally:
+        stop_process(worker)
+    assert final.state.type == StateType.CANCELLED
+    assert names(runs_tagged(client, f"source:{source_name}")) == ["via-worker"]
+
+
+def test_connection_string_from_a_prefect_secret_block(
+    prefect_server, client, source_name, queue, tmp_path
+):
+    block = f"azurite-{source_name}"
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from prefect.blocks.system import Secret; "
+         "Secret(value=sys.argv[2]).save(sys.argv[1])", block, queue.connection_string],
+        env=prefect_server.client_env(), check=True, capture_output=True,
+    )  # fmt: skip
+    config = azure_config(
+        tmp_path / "a.json",
+        source_name,
+        queue,
+        connection_string_env=None,
+        connection_string_secret=block,
+    )
+    queue.send(params("from-secret"))
+    router = start_router(prefect_server, config)  # no connection string in its environment
+    try:
+        wait_for(lambda: queue.count() == 0, what="the queue to be emptied")
+    finally:
+        stop_router(router)
+    assert names(runs_tagged(client, f"source:{source_name}")) == ["from-secret"]
