@@ -58,11 +58,21 @@ class Runtime:
         self._retry_max = retry_max_seconds
         self._rng = rng or random.Random()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
         self.stats = RuntimeStats()
 
     async def submit(self, message: Message) -> None:
-        """Take a message; waits while `max_concurrency` messages are in flight."""
-        await self._slots.acquire()
+        """Take a message; waits while `max_concurrency` messages are in flight.
+
+        Once draining has begun, a message is released at once instead.
+        """
+        if not self._closing:
+            await self._slots.acquire()
+            if self._closing:
+                self._slots.release()
+        if self._closing:
+            await self._release(message, "router stopping: not dispatched")
+            return
         task = asyncio.create_task(self._handle(message))
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -83,6 +93,7 @@ class Runtime:
 
     async def drain(self, grace_seconds: float) -> None:
         """Let in-flight messages finish for `grace_seconds`, then release what is left."""
+        self._closing = True
         if self._tasks:
             self._logger.info(
                 "Waiting up to %.0fs for %d in-flight message(s)", grace_seconds, len(self._tasks)
@@ -98,15 +109,7 @@ class Runtime:
         try:
             await self.process(message)
         except asyncio.CancelledError:
-            self.stats.released += 1
-            reason = "router stopped before its flow run was created"
-            self._logger.error(
-                "Released without a flow run (%s) from source '%s': %s",
-                reason,
-                message.source,
-                _excerpt(message.body),
-            )
-            await message.retry_later(reason)
+            await self._release(message, "router stopped before its flow run was created")
             raise
         except Exception as exc:  # a bug here must neither crash the router nor lose the message
             self.stats.released += 1
@@ -166,6 +169,16 @@ class Runtime:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _release(self, message: Message, reason: str) -> None:
+        self.stats.released += 1
+        self._logger.error(
+            "Released without a flow run (%s) from source '%s': %s",
+            reason,
+            message.source,
+            _excerpt(message.body),
+        )
+        await message.retry_later(reason)
 
     async def _reject(self, message: Message, reason: str, message_type: str | None) -> None:
         self.stats.rejected += 1

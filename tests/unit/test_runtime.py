@@ -139,3 +139,22 @@ async def test_join_waits_for_every_message_however_long_it_retries():
     await runtime.submit(settle.message(SAMPLE))
     await asyncio.wait_for(runtime.join(), 5)
     assert settle.log == [("1", "ack", "")]
+
+
+async def test_messages_submitted_while_draining_are_released_not_dispatched():
+    dispatcher = FakeDispatcher(failures=[TransientDispatchError("down")] * 1000)
+    settle = Settlements()
+    runtime = make_runtime(dispatcher, max_concurrency=1)
+    await runtime.submit(settle.message(SAMPLE, "held"))
+    waiting = asyncio.create_task(runtime.submit(settle.message(SAMPLE, "waiting")))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # back-pressure: the only slot is taken
+    await runtime.drain(0.1)
+    await asyncio.wait_for(waiting, 1)
+    await runtime.submit(settle.message(SAMPLE, "late"))
+    assert sorted(settle.log) == [
+        ("held", "retry_later", "router stopped before its flow run was created"),
+        ("late", "retry_later", "router stopping: not dispatched"),
+        ("waiting", "retry_later", "router stopping: not dispatched"),
+    ]
+    assert runtime.in_flight == 0
