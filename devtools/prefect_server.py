@@ -132,11 +132,16 @@ class PrefectServer:
         if result.returncode != 0:
             raise RuntimeError(f"prefect deploy failed:\n{result.stdout}\n{result.stderr}")
 
-    def start_worker(self, log_path: Path | None = None, **env: str) -> subprocess.Popen[bytes]:
-        """A process worker on the example pool that polls every second (`env` added)."""
+    def start_worker(
+        self, log_path: Path | None = None, work_queue: str | None = None, **env: str
+    ) -> subprocess.Popen[bytes]:
+        """A process worker on the example pool (or one of its work queues) that polls every
+        second, with `env` added to its environment."""
         env = {**self.client_env(), **env}
         env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
         command = [*PREFECT, "worker", "start", "--pool", WORK_POOL]
+        if work_queue:
+            command += ["--work-queue", work_queue]
         return spawn(command, env, log_path or self.home / "worker.log")
 
 

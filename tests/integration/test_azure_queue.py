@@ -236,13 +236,14 @@ def test_router_deployment_on_a_worker_reads_the_queue(
     prefect_server, client, source_name, queue, tmp_path
 ):
     config = json.loads(azure_config(tmp_path / "a.json", source_name, queue).read_text())
+    # A work queue of its own: the pool's default queue holds the example runs of other tests.
     worker = prefect_server.start_worker(
-        prefect_server.home / f"{source_name}-worker.log", **router_env(queue)
+        prefect_server.home / f"{source_name}-worker.log", source_name, **router_env(queue)
     )
     try:
         deployment = client.read_deployment_by_name("event-router/event-router")
         router_run = client.create_flow_run_from_deployment(
-            deployment.id, parameters={"config": config}
+            deployment.id, parameters={"config": config}, work_queue_name=source_name
         )
         queue.send(params("via-worker", id="w-1"))
         wait_for(

@@ -78,10 +78,11 @@ def test_run_subcommand_routes_stdin(prefect_server, client):
 
 def test_router_deployment_runs_on_a_worker_and_stops_when_cancelled(prefect_server, client):
     # The worker loads the entrypoint flows/router.py:event_router: the module-name trap.
-    worker = prefect_server.start_worker(prefect_server.home / "router-worker.log")
+    # A work queue of its own: the pool's default queue holds the example runs of other tests.
+    worker = prefect_server.start_worker(prefect_server.home / "router-worker.log", "router-tests")
     try:
         deployment = client.read_deployment_by_name("event-router/event-router")
-        run = client.create_flow_run_from_deployment(deployment.id)
+        run = client.create_flow_run_from_deployment(deployment.id, work_queue_name="router-tests")
         wait_for(
             lambda: any(
                 "Listening to source 'stdin'" in log.message for log in run_logs(client, run.id)
