@@ -127,11 +127,10 @@ def test_invalid_config_is_one_line_per_problem(prefect_server, tmp_path):
     config.write_text('{"threads": [{"publisher_type": "Foo"}, {"publisher_type": "StdInput"}]}')
     result = run_router(prefect_server, config, [])
     assert result.returncode == 2
-    assert result.stderr.splitlines() == [
-        "error: threads[0].publisher_type: unknown 'Foo', expected one of "
-        "'StdInput', 'AzureStorageQueue'",
-        "error: threads[1].message_flow_actions: field required",
-    ]
+    first, second = result.stderr.splitlines()
+    assert first.startswith("error: threads[0].publisher_type: unknown 'Foo', expected one of ")
+    assert "'StdInput', 'AzureStorageQueue'" in first
+    assert second == "error: threads[1].message_flow_actions: field required"
 
 
 def test_old_prefect_api_uri_spelling_works(prefect_server, client, source_name, tmp_path):

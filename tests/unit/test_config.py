@@ -3,7 +3,13 @@ from pathlib import Path
 
 import pytest
 
-from router.config import RouterConfig, load_config, parse_config, strip_json_comments
+from router.config import (
+    PUBLISHER_TYPES,
+    RouterConfig,
+    load_config,
+    parse_config,
+    strip_json_comments,
+)
 from router.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,9 +100,11 @@ max_concurrency: 4
 
 def test_unknown_publisher_type_names_the_choices():
     data = {"threads": [{"publisher_type": "Foo", "message_flow_actions": {"A": "F/d"}}]}
-    assert problems(data) == [
-        "threads[0].publisher_type: unknown 'Foo', expected one of 'StdInput', 'AzureStorageQueue'"
-    ]
+    (line,) = problems(data)
+    assert line == "threads[0].publisher_type: unknown 'Foo', expected one of " + ", ".join(
+        f"'{name}'" for name in PUBLISHER_TYPES
+    )
+    assert "'StdInput', 'AzureStorageQueue'" in line
 
 
 def test_one_line_per_problem_with_field_paths():
