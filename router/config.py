@@ -11,9 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from router.errors import ConfigError
 from router.sources.azure_queue import AzureStorageQueueConfig
 from router.sources.base import RouteTarget, SourceConfig
+from router.sources.kafka import KafkaConfig
 from router.sources.stdin import StdInputConfig
+from router.sources.zeromq import ZeroMQConfig
 
-SOURCE_CONFIGS: tuple[type[SourceConfig], ...] = (StdInputConfig, AzureStorageQueueConfig)
+SOURCE_CONFIGS: tuple[type[SourceConfig], ...] = (
+    StdInputConfig,
+    AzureStorageQueueConfig,
+    ZeroMQConfig,
+    KafkaConfig,
+)
 PUBLISHER_TYPES = tuple(
     model.model_fields["publisher_type"].annotation.__args__[0]  # type: ignore[union-attr]
     for model in SOURCE_CONFIGS

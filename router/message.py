@@ -26,11 +26,13 @@ class Message:
     """One message from a source, with the callbacks that settle it at that source.
 
     Only the first settlement counts, as in FastStream: later calls are ignored.
+    `message_type` is the type given outside the body (a Kafka header...), if any.
     """
 
     source: str
     body: bytes
     native_id: str | None = None
+    message_type: str | None = None
     on_ack: Settle = _settle_nothing
     on_retry_later: Settle = _settle_nothing
     on_reject: Settle = _settle_nothing

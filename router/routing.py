@@ -33,8 +33,11 @@ class TriggerRequest:
     job_variables: dict[str, Any] = field(default_factory=dict)
 
 
-def parse_message(body: bytes | str) -> ParsedMessage:
-    """Parse `{"message_type": ..., "payload": {...}, "id": ...}` or raise MessageRejected."""
+def parse_message(body: bytes | str, message_type_hint: str | None = None) -> ParsedMessage:
+    """Parse `{"message_type": ..., "payload": {...}, "id": ...}` or raise MessageRejected.
+
+    `message_type_hint` (from a header, say) is used when the body has no message_type.
+    """
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
     except UnicodeDecodeError as exc:
@@ -45,7 +48,7 @@ def parse_message(body: bytes | str) -> ParsedMessage:
         raise MessageRejected(f"not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise MessageRejected(f"not a JSON object but a {_json_kind(data)}")
-    message_type = data.get("message_type")
+    message_type = data.get("message_type", message_type_hint)
     if message_type is None:
         raise MessageRejected("no message_type")
     if not isinstance(message_type, str) or not message_type:

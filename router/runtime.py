@@ -120,7 +120,7 @@ class Runtime:
         """Route, dispatch and settle one message."""
         self.stats.received += 1
         try:
-            parsed = parse_message(message.body)
+            parsed = parse_message(message.body, message.message_type)
             requests = route(
                 parsed, message.source, message.native_id, self._routes[message.source]
             )

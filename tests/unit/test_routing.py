@@ -37,6 +37,11 @@ def test_bad_messages_are_rejected_with_a_reason(body, reason):
     assert reason in info.value.reason
 
 
+def test_message_type_from_outside_the_body_is_a_fallback():
+    assert parse_message(b'{"payload": {"a": 1}}', "FromHeader").message_type == "FromHeader"
+    assert parse_message(b'{"message_type": "InBody"}', "FromHeader").message_type == "InBody"
+
+
 def test_route_builds_one_trigger_with_key_tags_and_parameters():
     parsed = parse_message(b'{"message_type": "ParamsMsg", "payload": {"name": "G"}}')
     (request,) = route(parsed, "stdin", "session:3", ROUTES)
