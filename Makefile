@@ -42,6 +42,7 @@ lint: install
 bench: install tools
 	$(PY) bench/dispatch.py
 	$(PY) bench/azure_queue.py
+	$(PY) bench/kafka.py
 
 # The original tool's targets, against the server at PREFECT_API_URL.
 

@@ -33,19 +33,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def created_by_id(server: PrefectServer, expected: int) -> dict[str, datetime]:
+def created_by_id(
+    server: PrefectServer, expected: int, source: str = SOURCE
+) -> dict[str, datetime]:
+    """Creation time of each run of `source`, by its `name` parameter."""
+
     async def read() -> dict[str, datetime]:
         async with PrefectClient(server.url) as client:
-            runs = await runs_tagged(client, f"source:{SOURCE}", expected)
+            runs = await runs_tagged(client, f"source:{source}", expected)
         return {run.parameters["name"]: run.created for run in runs}
 
     return asyncio.run(read())
 
 
-def wait_for_runs(server: PrefectServer, expected: int, timeout: float = 600) -> dict:
+def wait_for_runs(
+    server: PrefectServer, expected: int, source: str = SOURCE, timeout: float = 600
+) -> dict:
+    """Wait until `source` has made `expected` runs; their creation times by name."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        created = created_by_id(server, expected)
+        created = created_by_id(server, expected, source)
         if len(created) >= expected:
             return created
         time.sleep(0.5)
