@@ -263,3 +263,16 @@ def test_prefect_outage_holds_the_partition_and_loses_nothing(tmp_path, source_n
         if router is not None and router.poll() is None:
             router.kill()
         server.close()
+
+
+def test_topics_by_pattern(prefect_server, client, source_name, topic, tmp_path):
+    topic.produce(params("by-pattern"))
+    config = topic.config(
+        tmp_path / "k.json", source_name, topics=[], topic_pattern=f"^{topic.name}$"
+    )
+    router = start_router(prefect_server, config)
+    try:
+        wait_for(lambda: runs_tagged(client, f"source:{source_name}"), what="the run")
+    finally:
+        stop_router(router)
+    assert names(runs_tagged(client, f"source:{source_name}")) == ["by-pattern"]
