@@ -94,6 +94,13 @@ class PrefectServer:
             + self.log_path.read_text()[-3000:]
         )
 
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (start() brings it back on the same database)."""
+        if self._process is not None and self._process.poll() is None:
+            os.killpg(self._process.pid, 9)
+            self._process.wait()
+        self._process = None
+
     def stop(self) -> None:
         """Stop the server (it can be started again on the same port and database)."""
         if self._process is None:
