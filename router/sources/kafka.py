@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,6 +21,39 @@ if TYPE_CHECKING:
 
 REVOKE_WAIT_SECONDS = 5.0
 DEAD_LETTER_ATTEMPTS = 5
+CLIENT_LOG_REPEAT_SECONDS = 30.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets the same log message through once per `interval` seconds.
+
+    While a broker is away, aiokafka logs the same connection error several times a second.
+    """
+
+    def __init__(self, interval: float = CLIENT_LOG_REPEAT_SECONDS) -> None:
+        super().__init__()
+        self._interval = interval
+        self._last: dict[tuple[str, int, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Whether to emit `record`."""
+        key = (record.name, record.levelno, record.getMessage()[:300])
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self._interval:
+            return False
+        if len(self._last) > 1000:
+            self._last.clear()
+        self._last[key] = now
+        return True
+
+
+def _quiet_client_logs() -> None:
+    """Add a RepeatFilter to every aiokafka logger (a logger's filters see only its records)."""
+    names = [name for name in logging.root.manager.loggerDict if name.startswith("aiokafka")]
+    for name in names:
+        client_logger = logging.getLogger(name)
+        if not any(isinstance(f, RepeatFilter) for f in client_logger.filters):
+            client_logger.addFilter(RepeatFilter())
 
 
 class KafkaConfig(SourceConfig):
@@ -152,6 +186,7 @@ class KafkaSource(Source):
                 "the Kafka source needs aiokafka: pip install prefect-event-router[kafka]"
             ) from None
         self._logger = logger
+        _quiet_client_logs()
         config = self.config
         connection = await self._connection_options()
         consumer = AIOKafkaConsumer(

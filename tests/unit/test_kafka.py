@@ -63,3 +63,19 @@ def test_invalid_kafka_configs_name_the_problem(fields, problem):
     with pytest.raises(ConfigError) as info:
         parse_config(kafka(**fields))
     assert problem in "\n".join(info.value.problems)
+
+
+def test_repeated_client_log_lines_are_let_through_once_per_interval():
+    import logging
+
+    from router.sources.kafka import RepeatFilter
+
+    flood = RepeatFilter(interval=60)
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, message, None, None)
+
+    assert flood.filter(record("Unable connect to node with id 111"))
+    assert not flood.filter(record("Unable connect to node with id 111"))
+    assert flood.filter(record("Unable to update metadata from [111]"))
+    assert RepeatFilter(interval=0).filter(record("x"))
