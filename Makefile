@@ -38,11 +38,10 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-## Benchmarks print figures; they are never part of `make test`.
+## Every benchmark (~7 min): prints a table, writes bench/results/latest.json and a dated copy.
+## Never part of `make test`. `make bench BENCH_ARGS=--quick` tries it out with small counts.
 bench: install tools
-	$(PY) bench/dispatch.py
-	$(PY) bench/azure_queue.py
-	$(PY) bench/kafka.py
+	$(PY) -m bench $(BENCH_ARGS)
 
 # The original tool's targets, against the server at PREFECT_API_URL.
 

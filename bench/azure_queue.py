@@ -1,163 +1,180 @@
 """Azure queue benchmark: throughput, pickup latency busy and idle, and idle request rate.
 
-Starts a Prefect server (local PostgreSQL) and Azurite, runs the router on one queue, and
-prints figures; it asserts nothing. `python bench/azure_queue.py` (Azurite via `make tools`).
+Starts a Prefect server (a fresh PostgreSQL database) and Azurite, runs the router on one queue,
+and prints figures; it asserts nothing. `python bench/azure_queue.py` (Azurite via `make tools`).
+Idle receive requests are counted in Azurite's access log.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not __package__:  # run as a script: the project root, not bench/, comes first
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from azure.storage.queue import QueueClient  # noqa: E402
-from prefect.client.orchestration import PrefectClient  # noqa: E402
 
-from bench.dispatch import postgres_url, runs_tagged  # noqa: E402
+from bench.common import (  # noqa: E402
+    RouterProcess,
+    body,
+    now,
+    stop_on_signals,
+    wait_for_runs,
+)
+from bench.sources import Driver, latency, run_single, source_arguments  # noqa: E402
 from devtools.azurite import Azurite  # noqa: E402
-from devtools.prefect_server import PROJECT_ROOT, PrefectServer, stop_process  # noqa: E402
+from devtools.prefect_server import PrefectServer  # noqa: E402
 
-SOURCE = "bench-azure"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+QUEUE = "bench"
+ENV = "BENCH_AZURE"
+SETTLE_SECONDS = 20.0  # polling backs off from 0.1 s to its 10 s maximum in about 13 s
+IDLE_GAP_SECONDS = 15.0
 
 
-def created_by_id(
-    server: PrefectServer, expected: int, source: str = SOURCE
-) -> dict[str, datetime]:
-    """Creation time of each run of `source`, by its `name` parameter."""
+class AzureDriver(Driver):
+    """Sends to a queue of an Azurite it starts."""
 
-    async def read() -> dict[str, datetime]:
-        async with PrefectClient(server.url) as client:
-            runs = await runs_tagged(client, f"source:{source}", expected)
-        return {run.parameters["name"]: run.created for run in runs}
+    key = "azure"
 
-    return asyncio.run(read())
+    def __init__(self) -> None:
+        super().__init__()
+        self.azurite = Azurite()
+        self._queue: QueueClient | None = None
+
+    def start(self) -> AzureDriver:
+        """Start Azurite and create the queue."""
+        self.azurite.start()
+        self._queue = QueueClient.from_connection_string(self.azurite.connection_string, QUEUE)
+        self._queue.create_queue()
+        return self
+
+    def close(self) -> None:
+        """Stop Azurite."""
+        if self._queue is not None:
+            self._queue.close()
+        self.azurite.close()
+
+    def env(self) -> dict[str, str]:
+        """The connection string, for `connection_string_env`."""
+        return {ENV: self.azurite.connection_string}
+
+    def _source_fields(self) -> dict[str, Any]:
+        """The queue, read with the connection string from the environment."""
+        return {
+            "publisher_type": "AzureStorageQueue",
+            "queue_name": QUEUE,
+            "connection_string_env": ENV,
+        }
+
+    def _send(self, name: str) -> None:
+        """One queue message, as text."""
+        assert self._queue is not None
+        self._queue.send_message(body(name).decode())
+
+    def receive_requests(self) -> int:
+        """Receive requests on the queue so far, from Azurite's access log."""
+        marker = f"GET /devstoreaccount1/{QUEUE}/messages?"
+        with open(self.azurite.log_path, errors="replace") as log:
+            return sum(marker in line for line in log)
 
 
-def wait_for_runs(
-    server: PrefectServer, expected: int, source: str = SOURCE, timeout: float = 600
-) -> dict:
-    """Wait until `source` has made `expected` runs; their creation times by name."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        created = created_by_id(server, expected, source)
-        if len(created) >= expected:
-            return created
-        time.sleep(0.5)
-    raise RuntimeError(f"only {len(created)} of {expected} runs appeared")
+def queue_figures(
+    server: PrefectServer,
+    router: RouterProcess,
+    driver: AzureDriver,
+    *,
+    busy_messages: int,
+    busy_per_second: float,
+    idle_seconds: float,
+    idle_messages: int,
+) -> dict[str, Any]:
+    """Pickup latency while busy, receive requests per minute once idle, pickup after idling."""
+    busy = latency(server, router, driver, busy_messages, busy_per_second, prefix="b")
+    time.sleep(SETTLE_SECONDS)
+    before = driver.receive_requests()
+    time.sleep(idle_seconds)
+    requests = driver.receive_requests() - before
+    idle_ms: list[float] = []
+    for index in range(idle_messages):
+        if index:
+            time.sleep(IDLE_GAP_SECONDS)
+        name = f"i{index}"
+        sent = now()
+        driver.send(name)
+        created = wait_for_runs(server, driver.source, driver.sent, router)
+        idle_ms.append((created[name] - sent).total_seconds() * 1000)
+    figures: dict[str, Any] = {
+        "busy_pickup_p50_ms": busy["p50_ms"],
+        "busy_pickup_p95_ms": busy["p95_ms"],
+        "busy_messages": busy_messages,
+        "busy_per_second": busy_per_second,
+        "idle_requests_per_minute": round(requests * 60 / idle_seconds, 2),
+        "idle_seconds": idle_seconds,
+    }
+    if idle_ms:
+        figures.update(
+            idle_pickup_p50_ms=round(statistics.median(idle_ms), 1),
+            idle_pickup_max_ms=round(max(idle_ms), 1),
+            idle_messages=idle_messages,
+        )
+    return figures
 
 
-def send(queue: QueueClient, name: str) -> datetime:
-    sent = datetime.now(timezone.utc)
-    queue.send_message(json.dumps({"message_type": "ParamsMsg", "payload": {"name": name}}))
-    return sent
+def queue_report(figures: dict[str, Any]) -> str:
+    """The Azure queue figures as text lines."""
+    lines = [
+        f"  pickup latency, busy   p50 {figures['busy_pickup_p50_ms']:6.0f} ms  "
+        f"p95 {figures['busy_pickup_p95_ms']:6.0f} ms  "
+        f"({figures['busy_messages']} messages at {figures['busy_per_second']:g}/s)"
+    ]
+    if "idle_pickup_p50_ms" in figures:
+        lines.append(
+            f"  pickup latency, idle   p50 {figures['idle_pickup_p50_ms']:6.0f} ms  "
+            f"max {figures['idle_pickup_max_ms']:6.0f} ms  "
+            f"({figures['idle_messages']} messages, {IDLE_GAP_SECONDS:.0f} s apart)"
+        )
+    lines.append(
+        f"  idle receive requests  {figures['idle_requests_per_minute']:.1f} per minute "
+        f"(over {figures['idle_seconds']:.0f} s, after {SETTLE_SECONDS:.0f} s of backoff)"
+    )
+    return "\n".join(lines)
 
 
-def latency_ms(sent: dict[str, datetime], created: dict[str, datetime]) -> list[float]:
-    return [(created[name] - at).total_seconds() * 1000 for name, at in sent.items()]
-
-
-def receive_requests(azurite: Azurite, queue_name: str) -> int:
-    marker = f"GET /devstoreaccount1/{queue_name}/messages?"
-    return sum(marker in line for line in azurite.log_path.read_text().splitlines())
+def queue_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of the Azure queue figures."""
+    parser.add_argument("--busy-messages", type=int, default=50, help="paced while busy")
+    parser.add_argument("--busy-per-second", type=float, default=5.0)
+    parser.add_argument("--idle-seconds", type=float, default=60.0, help="idle request window")
+    parser.add_argument("--idle-messages", type=int, default=3, help="pickups after idling")
 
 
 def main() -> None:
+    """Run the Azure queue benchmark on its own and print its figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=500, help="messages for throughput")
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
+    source_arguments(parser)
+    queue_arguments(parser)
     args = parser.parse_args()
-
-    database_url = postgres_url("event_router_bench") if args.database == "postgres" else None
-    server = PrefectServer(database_url=database_url).start()
-    azurite = Azurite().start()
-    router = None
-    try:
-        server.deploy_examples()
-        queue = QueueClient.from_connection_string(azurite.connection_string, "bench")
-        queue.create_queue()
-        config = server.home / "azure.json"
-        config.write_text(
-            json.dumps(
-                {
-                    "threads": [
-                        {
-                            "publisher_type": "AzureStorageQueue",
-                            "name": SOURCE,
-                            "queue_name": "bench",
-                            "connection_string_env": "BENCH_AZURE",
-                            "message_flow_actions": {
-                                "ParamsMsg": "Test Flow with params/integration-test"
-                            },
-                        }
-                    ]
-                }
-            )
-        )
-        for index in range(args.messages):
-            queue.send_message(
-                json.dumps({"message_type": "ParamsMsg", "payload": {"name": f"t{index}"}})
-            )
-        router = subprocess.Popen(
-            [sys.executable, "flows/router.py", str(config)],
-            env={**server.client_env(), "BENCH_AZURE": azurite.connection_string},
-            cwd=PROJECT_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        created = wait_for_runs(server, args.messages)
-        times = sorted(created.values())
-        throughput = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
-        print(f"throughput: {throughput:.1f} runs/s over {args.messages} queued messages")
-
-        busy: dict[str, datetime] = {}
-        for index in range(50):
-            busy[f"b{index}"] = send(queue, f"b{index}")
-            time.sleep(0.2)
-        created = wait_for_runs(server, args.messages + 50)
-        busy_ms = latency_ms(busy, created)
-
-        time.sleep(20)  # let polling back off to its maximum
-        before = receive_requests(azurite, "bench")
-        time.sleep(args.idle_seconds)
-        idle_per_minute = (receive_requests(azurite, "bench") - before) * 60 / args.idle_seconds
-
-        idle: dict[str, datetime] = {}
-        for index in range(5):
-            idle[f"i{index}"] = send(queue, f"i{index}")
-            wait_for_runs(server, args.messages + 50 + index + 1)
-            time.sleep(15)
-        created = created_by_id(server, args.messages + 55)
-        idle_ms = latency_ms(idle, created)
-    finally:
-        if router is not None:
-            stop_process(router)
-        azurite.close()
-        server.close()
-
-    print(f"\nAzure queue source, Prefect server on {args.database}")
-    print(f"  throughput            {throughput:8.1f} runs/s   ({args.messages} messages)")
-    for label, values in (("pickup latency, busy", busy_ms), ("pickup latency, idle", idle_ms)):
-        print(
-            f"  {label:<21} p50 {statistics.median(values):6.0f} ms  "
-            f"p95 {percentile(values, 95):6.0f} ms  ({len(values)} messages)"
-        )
-    print(f"  idle receive requests {idle_per_minute:8.1f} per minute ({args.idle_seconds:.0f} s)")
+    stop_on_signals()
+    driver = AzureDriver()
+    _, figures = run_single(
+        driver,
+        args,
+        lambda server, router: queue_figures(
+            server,
+            router,
+            driver,
+            busy_messages=args.busy_messages,
+            busy_per_second=args.busy_per_second,
+            idle_seconds=args.idle_seconds,
+            idle_messages=args.idle_messages,
+        ),
+    )
+    print(queue_report(figures))
 
 
 if __name__ == "__main__":

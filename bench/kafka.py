@@ -1,117 +1,102 @@
 """Kafka benchmark: messages on a topic -> flow runs per second, and send-to-run latency.
 
-Starts a Prefect server (local PostgreSQL) and the Tansu broker, pre-loads a topic for the
-throughput figure, then sends at a steady pace for the latency figures. Prints; asserts nothing.
+Starts a Prefect server (a fresh PostgreSQL database) and the Tansu broker, runs the router on a
+two-partition topic, produces a backlog for the throughput figure, then sends at a steady pace
+for the latency figures. Prints; asserts nothing. `python bench/kafka.py` (or `make bench`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import statistics
-import subprocess
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if not __package__:  # run as a script: the project root, not bench/, comes first
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from aiokafka import AIOKafkaProducer  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from bench.azure_queue import percentile, wait_for_runs  # noqa: E402
-from bench.dispatch import postgres_url  # noqa: E402
-from devtools.prefect_server import PROJECT_ROOT, PrefectServer, stop_process  # noqa: E402
+from bench.common import body, stop_on_signals  # noqa: E402
+from bench.sources import Driver, run_single, source_arguments  # noqa: E402
 from devtools.tansu import Tansu  # noqa: E402
 
-SOURCE = "bench-kafka"
+TOPIC = "bench"
 
 
-def message(name: str) -> bytes:
-    return json.dumps({"message_type": "ParamsMsg", "payload": {"name": name}}).encode()
+class KafkaDriver(Driver):
+    """Produces to a two-partition topic of a Tansu broker it starts."""
 
+    key = "kafka"
 
-async def produce(bootstrap: str, names: list[str], pace: float = 0.0) -> dict[str, datetime]:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
-    sent: dict[str, datetime] = {}
-    try:
-        for name in names:
-            sent[name] = datetime.now(timezone.utc)
-            await producer.send_and_wait("bench", message(name), key=name.encode())
-            if pace:
-                await asyncio.sleep(pace)
-    finally:
-        await producer.stop()
-    return sent
+    def __init__(self) -> None:
+        super().__init__()
+        self.broker = Tansu()
+        self._loop = asyncio.new_event_loop()
+        self._producer: AIOKafkaProducer | None = None
 
+    def start(self) -> KafkaDriver:
+        """Start the broker, create the topic and a producer."""
+        self.broker.start()
+        self._loop.run_until_complete(self._start())
+        return self
 
-async def create_topic(bootstrap: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic("bench", 2, 1)])
-    finally:
-        await admin.close()
+    async def _start(self) -> None:
+        """Create the topic and start the producer."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.broker.bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(TOPIC, 2, 1)])
+        finally:
+            await admin.close()
+        self._producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap)
+        await self._producer.start()
 
+    def close(self) -> None:
+        """Stop the producer and the broker."""
+        if self._producer is not None:
+            self._loop.run_until_complete(self._producer.stop())
+            self._producer = None
+        self._loop.close()
+        self.broker.close()
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=500, help="messages for throughput")
-    parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
-    args = parser.parse_args()
-
-    database_url = postgres_url("event_router_bench") if args.database == "postgres" else None
-    server = PrefectServer(database_url=database_url).start()
-    broker = Tansu().start()
-    router = None
-    try:
-        server.deploy_examples()
-        asyncio.run(create_topic(broker.bootstrap))
-        asyncio.run(produce(broker.bootstrap, [f"t{i}" for i in range(args.messages)]))
-        config = server.home / "kafka.json"
-        source = {
+    def _source_fields(self) -> dict[str, Any]:
+        """The topic and a consumer group that notices a dead member quickly."""
+        return {
             "publisher_type": "Kafka",
-            "name": SOURCE,
-            "bootstrap_servers": broker.bootstrap,
-            "topics": ["bench"],
+            "bootstrap_servers": self.broker.bootstrap,
+            "topics": [TOPIC],
             "group_id": "bench",
             "session_timeout_ms": 2000,
             "heartbeat_interval_ms": 500,
-            "message_flow_actions": {"ParamsMsg": "Test Flow with params/integration-test"},
         }
-        config.write_text(json.dumps({"threads": [source]}))
-        router = subprocess.Popen(
-            [sys.executable, "flows/router.py", str(config)],
-            env=server.client_env(),
-            cwd=PROJECT_ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        created = wait_for_runs(server, args.messages, SOURCE)
-        times = sorted(created.values())
-        throughput = (len(times) - 1) / (times[-1] - times[0]).total_seconds()
-        print(f"throughput: {throughput:.1f} runs/s over {args.messages} messages", flush=True)
-        paced = [f"p{i}" for i in range(100)]
-        sent = asyncio.run(produce(broker.bootstrap, paced, pace=0.1))
-        created = wait_for_runs(server, args.messages + len(paced), SOURCE)
-        latencies = [(created[name] - sent[name]).total_seconds() * 1000 for name in paced]
-    finally:
-        if router is not None:
-            stop_process(router)
-        broker.close()
-        server.close()
 
-    print(f"\nKafka source (Tansu), Prefect server on {args.database}")
-    print(f"  throughput     {throughput:8.1f} runs/s   ({args.messages} messages)")
-    print(
-        f"  send-to-run    p50 {statistics.median(latencies):5.0f} ms  "
-        f"p95 {percentile(latencies, 95):5.0f} ms  p99 {percentile(latencies, 99):5.0f} ms  "
-        f"({len(latencies)} messages at 10/s)"
-    )
+    def _send(self, name: str) -> None:
+        """One record, waiting for the broker's acknowledgement."""
+        assert self._producer is not None
+        self._loop.run_until_complete(
+            self._producer.send_and_wait(TOPIC, body(name), key=name.encode())
+        )
+
+    def _send_all(self, names: list[str]) -> None:
+        """Every record, batched by the producer."""
+        self._loop.run_until_complete(self._produce(names))
+
+    async def _produce(self, names: list[str]) -> None:
+        """Queue every record in the producer, then wait for all acknowledgements."""
+        assert self._producer is not None
+        sending = [await self._producer.send(TOPIC, body(n), key=n.encode()) for n in names]
+        await asyncio.gather(*sending)
+
+
+def main() -> None:
+    """Run the Kafka benchmark on its own and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source_arguments(parser)
+    stop_on_signals()
+    run_single(KafkaDriver(), parser.parse_args())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from azure.storage.queue import QueueClient
 from prefect.client.orchestration import SyncPrefectClient
 
 from devtools.azurite import Azurite
-from devtools.postgres import fresh_database
+from devtools.postgres import drop_database, fresh_database
 from devtools.prefect_server import PROJECT_ROOT, PrefectServer
 from devtools.tansu import Tansu
 from tests.reliability.chaos import (
@@ -42,13 +42,14 @@ ROUTER_SCRIPT = str(PROJECT_ROOT / "flows" / "router.py")
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[PrefectServer]:
-    database = fresh_database(f"er_reliability_{uuid.uuid4().hex[:8]}")
-    prefect = PrefectServer(home=tmp_path / "prefect", database_url=database).start()
+    name = f"er_reliability_{uuid.uuid4().hex[:8]}"
+    prefect = PrefectServer(home=tmp_path / "prefect", database_url=fresh_database(name))
     try:
-        prefect.deploy_examples()
+        prefect.start().deploy_examples()
         yield prefect
     finally:
         prefect.close()
+        drop_database(name)
 
 
 def router_starter(server: PrefectServer, config: dict, folder: Path, **env: str):
