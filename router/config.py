@@ -108,6 +108,8 @@ def load_config(path: str | Path) -> RouterConfig:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from None
     return parse_config(parse_config_text(text, path.suffix.lower(), str(path)))
 
 
@@ -119,12 +121,18 @@ def parse_config_text(text: str, suffix: str = ".json", origin: str = "config") 
         try:
             return yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{origin}: not valid YAML: {exc}"]) from None
+            raise ConfigError([f"{origin}: not valid YAML: {_one_line(str(exc))}"]) from None
+        except Exception as exc:  # PyYAML's constructors fail on some tags (!!bool abc...)
+            raise ConfigError([f"{origin}: not acceptable YAML: {_one_line(str(exc))}"]) from None
     try:
         return json.loads(strip_json_comments(text))
     except json.JSONDecodeError as exc:
         raise ConfigError(
             [f"{origin}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"]
+        ) from None
+    except (ValueError, RecursionError) as exc:  # beyond the parser's limits
+        raise ConfigError(
+            [f"{origin}: not acceptable JSON: {exc or 'nested too deeply'}"]
         ) from None
 
 
@@ -167,7 +175,9 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     """One line per problem, naming the field path: `threads[1].queue_name: field required`."""
     lines = []
     for error in exc.errors():
-        loc = [part for part in error["loc"] if part not in PUBLISHER_TYPES]
+        loc = list(error["loc"])
+        if len(loc) > 2 and loc[0] == "threads" and isinstance(loc[1], int):
+            del loc[2]  # the discriminated union's tag, e.g. threads[0].<StdInput>.name
         kind = error["type"]
         if kind == "union_tag_invalid":
             expected = ", ".join(f"'{t}'" for t in PUBLISHER_TYPES)
@@ -187,8 +197,17 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             message = error["msg"].removeprefix("Value error, ")
             if kind == "missing":
                 message = "field required"
-        lines.append(f"{_path(loc) or 'config'}: {message}")
+        lines.append(_printable(f"{_path(loc) or 'config'}: {message}"))
     return lines
+
+
+def _printable(text: str) -> str:
+    """Control characters from the input (a key with a newline...) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _path(loc: list[Any]) -> str:

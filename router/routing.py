@@ -46,6 +46,10 @@ def parse_message(body: bytes | str, message_type_hint: str | None = None) -> Pa
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise MessageRejected(f"not JSON: {exc}") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise MessageRejected(f"not acceptable JSON: {exc}") from None
+    except RecursionError:
+        raise MessageRejected("not acceptable JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise MessageRejected(f"not a JSON object but a {_json_kind(data)}")
     message_type = data.get("message_type", message_type_hint)

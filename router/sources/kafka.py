@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from router.errors import SourceError
 from router.message import Message
@@ -60,8 +60,8 @@ class KafkaConfig(SourceConfig):
     """Read messages from Kafka topics as a member of a consumer group."""
 
     publisher_type: Literal["Kafka"]
-    bootstrap_servers: str | list[str] = Field(
-        description="Brokers, 'host:port' or a list of them."
+    bootstrap_servers: list[str] = Field(
+        min_length=1, description="Brokers: 'host:port', a comma-separated string or a list."
     )
     topics: list[str] = Field(default_factory=list, description="Topics to read.")
     topic_pattern: str | None = Field(
@@ -113,6 +113,13 @@ class KafkaConfig(SourceConfig):
     commit_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often settled offsets are committed."
     )
+
+    @field_validator("bootstrap_servers", mode="before", json_schema_input_type=str | list[str])
+    @classmethod
+    def _split_servers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [server.strip() for server in value.split(",") if server.strip()]
+        return value
 
     @model_validator(mode="after")
     def _what_to_read(self) -> KafkaConfig:
