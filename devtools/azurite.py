@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from devtools.prefect_server import PROJECT_ROOT, free_port, spawn
+from devtools.prefect_server import PROJECT_ROOT, free_port, spawn, stop_process, wait_for_port
 
 ACCOUNT = "devstoreaccount1"
 # Azurite's well-known development key (public, documented by Microsoft).
@@ -73,26 +71,13 @@ class Azurite:
         if self._oauth:
             command += ["--oauth", "basic"]
         self._process = spawn(command, dict(os.environ), self.log_path)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"Azurite did not start:\n{self.log_path.read_text()[-3000:]}")
+        wait_for_port(self._process, self.port, timeout, self.log_path, "Azurite")
+        return self
 
     def stop(self) -> None:
         """Stop Azurite (with a `location`, it can start again with its queues intact)."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, 15)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, 9)
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process, timeout=10)
         self._process = None
 
     def close(self) -> None:

@@ -103,15 +103,8 @@ class PrefectServer:
 
     def stop(self) -> None:
         """Stop the server (it can be started again on the same port and database)."""
-        if self._process is None:
-            return
-        if self._process.poll() is None:
-            os.killpg(self._process.pid, 15)
-            try:
-                self._process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, 9)
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process)
         self._process = None
 
     def close(self) -> None:
@@ -176,3 +169,17 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> Non
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, 9)
         process.wait()
+
+
+def wait_for_port(
+    process: subprocess.Popen[bytes], port: int, timeout: float, log_path: Path, what: str
+) -> None:
+    """Wait until something accepts connections on 127.0.0.1:`port`, or fail with the log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not start:\n{log_path.read_text()[-3000:]}")

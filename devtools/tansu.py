@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 
-from devtools.prefect_server import free_port, spawn
+from devtools.prefect_server import free_port, spawn, stop_process, wait_for_port
 
 
 def tansu_binary() -> Path:
@@ -41,25 +39,12 @@ class Tansu:
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
         self._process = spawn(command, dict(os.environ), self.log_path)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                break
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"Tansu did not start:\n{self.log_path.read_text()[-3000:]}")
+        wait_for_port(self._process, self.port, timeout, self.log_path, "Tansu")
+        return self
 
     def close(self) -> None:
         """Stop the broker (its in-memory topics are gone)."""
-        if self._process is not None and self._process.poll() is None:
-            os.killpg(self._process.pid, 15)
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._process.pid, 9)
-                self._process.wait()
+        if self._process is not None:
+            stop_process(self._process, timeout=10)
         self._process = None
         self._tmp.cleanup()
