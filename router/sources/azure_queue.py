@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import logging
-import os
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -15,9 +14,16 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
-from router.errors import SourceError
 from router.message import Message
-from router.sources.base import Logger, Outstanding, Source, SourceConfig, Submit, wait_or_stop
+from router.sources.base import (
+    Logger,
+    Outstanding,
+    Source,
+    SourceConfig,
+    Submit,
+    read_secret,
+    wait_or_stop,
+)
 
 if TYPE_CHECKING:
     from azure.storage.queue import QueueMessage
@@ -179,7 +185,12 @@ class AzureQueueSource(Source):
             "retry_total": 2,
             "connection_timeout": 10,
         }
-        connection_string = await self._connection_string()
+        connection_string = await read_secret(
+            self.name,
+            "connection_string_env",
+            config.connection_string_env,
+            config.connection_string_secret,
+        )
         credential = None
         if connection_string:
             queue = QueueClient.from_connection_string(
@@ -204,23 +215,6 @@ class AzureQueueSource(Source):
         finally:
             if credential is not None:
                 await credential.close()
-
-    async def _connection_string(self) -> str | None:
-        config = self.config
-        if config.connection_string_env:
-            value = os.environ.get(config.connection_string_env)
-            if not value:
-                raise SourceError(
-                    f"environment variable {config.connection_string_env} "
-                    f"(connection_string_env of source '{self.name}') is not set"
-                )
-            return value
-        if config.connection_string_secret:
-            from prefect.blocks.system import Secret
-
-            secret = await Secret.aload(config.connection_string_secret)
-            return str(secret.get())
-        return None
 
     async def _receive(self, submit: Submit, stopping: asyncio.Event) -> None:
         from azure.core.exceptions import AzureError

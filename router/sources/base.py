@@ -5,11 +5,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from router.errors import SourceError
 from router.message import Message
 
 Submit = Callable[[Message], Awaitable[None]]
@@ -162,4 +164,23 @@ async def wait_or_stop(awaitable: Awaitable[T], stopping: asyncio.Event) -> T | 
     if work.done():
         return work.result()
     work.cancel()
+    return None
+
+
+async def read_secret(
+    source: str, field: str, env_name: str | None, block: str | None
+) -> str | None:
+    """A secret named in a config: the value of environment variable `env_name`, or of the
+    Prefect Secret block `block`; None when neither is given. `field` names the env field."""
+    if env_name:
+        value = os.environ.get(env_name)
+        if value is None:
+            raise SourceError(
+                f"environment variable {env_name} ({field} of source '{source}') is not set"
+            )
+        return value
+    if block:
+        from prefect.blocks.system import Secret
+
+        return str((await Secret.aload(block)).get())
     return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -13,7 +12,15 @@ from pydantic import Field, field_validator, model_validator
 
 from router.errors import SourceError
 from router.message import Message
-from router.sources.base import Logger, Outstanding, Source, SourceConfig, Submit, wait_or_stop
+from router.sources.base import (
+    Logger,
+    Outstanding,
+    Source,
+    SourceConfig,
+    Submit,
+    read_secret,
+    wait_or_stop,
+)
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -248,7 +255,12 @@ class KafkaSource(Source):
             options.update(
                 sasl_mechanism=config.sasl_mechanism,
                 sasl_plain_username=config.sasl_username,
-                sasl_plain_password=await self._password(),
+                sasl_plain_password=await read_secret(
+                    self.name,
+                    "sasl_password_env",
+                    config.sasl_password_env,
+                    config.sasl_password_secret,
+                ),
             )
         if config.security_protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
@@ -257,22 +269,6 @@ class KafkaSource(Source):
                 cafile=config.ssl_cafile, certfile=config.ssl_certfile, keyfile=config.ssl_keyfile
             )
         return options
-
-    async def _password(self) -> str | None:
-        config = self.config
-        if config.sasl_password_env:
-            value = os.environ.get(config.sasl_password_env)
-            if value is None:
-                raise SourceError(
-                    f"environment variable {config.sasl_password_env} "
-                    f"(sasl_password_env of source '{self.name}') is not set"
-                )
-            return value
-        if config.sasl_password_secret:
-            from prefect.blocks.system import Secret
-
-            return str((await Secret.aload(config.sasl_password_secret)).get())
-        return None
 
     async def _consume(self, submit: Submit, stopping: asyncio.Event) -> None:
         consumer = self._consumer
