@@ -177,12 +177,13 @@ class AzureQueueSource(Source):
         from azure.storage.queue.aio import QueueClient
 
         config = self.config
-        # The SDK's default retries wait 15 s and more (its ExponentialRetry takes these);
-        # the source has its own backoff on top.
+        # The SDK's default retries wait 15 s and more (its ExponentialRetry takes these):
+        # one quick retry here, and the source's own backoff on top.
         options: dict[str, Any] = {
             "initial_backoff": 1,
             "increment_base": 2,
-            "retry_total": 2,
+            "retry_total": 1,
+            "random_jitter_range": 1,
             "connection_timeout": 10,
         }
         connection_string = await read_secret(
