@@ -201,3 +201,15 @@ def stop_router(router: subprocess.Popen[str], timeout: float = 60) -> str:
         router.kill()
     assert router.returncode == 0, output
     return output
+
+
+def cancel_and_wait(client: SyncPrefectClient, flow_run_id, timeout: float = 90) -> FlowRun:
+    """Cancel a flow run through the API, as the UI does; return it once its state is final."""
+    from prefect.states import Cancelling
+
+    client.set_flow_run_state(flow_run_id, Cancelling())
+    return wait_for(
+        lambda: (r := client.read_flow_run(flow_run_id)).state.is_final() and r,
+        timeout=timeout,
+        what="the cancelled run to end",
+    )

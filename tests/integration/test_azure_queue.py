@@ -10,12 +10,12 @@ import time
 
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.objects import StateType
-from prefect.states import Cancelling
 
 from devtools.prefect_server import PrefectServer, stop_process
 from router.routing import idempotency_key
 from tests.integration.conftest import (
     azure_config,
+    cancel_and_wait,
     runs_tagged,
     start_router,
     stop_router,
@@ -251,12 +251,7 @@ def test_router_deployment_on_a_worker_reads_the_queue(
             timeout=120,
             what="the deployed router to trigger the queued message",
         )
-        client.set_flow_run_state(router_run.id, Cancelling())
-        final = wait_for(
-            lambda: (r := client.read_flow_run(router_run.id)).state.is_final() and r,
-            timeout=90,
-            what="the router's run to end",
-        )
+        final = cancel_and_wait(client, router_run.id)
     finally:
         stop_process(worker)
     assert final.state.type == StateType.CANCELLED

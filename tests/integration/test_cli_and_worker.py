@@ -9,10 +9,9 @@ from pathlib import Path
 
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.objects import StateType
-from prefect.states import Cancelling
 
 from devtools.prefect_server import PROJECT_ROOT, stop_process
-from tests.integration.conftest import wait_for, write_config
+from tests.integration.conftest import cancel_and_wait, wait_for, write_config
 
 CLI = str(Path(sys.executable).parent / "prefect-event-router")
 
@@ -91,12 +90,7 @@ def test_router_deployment_runs_on_a_worker_and_stops_when_cancelled(prefect_ser
             what="the deployed router to listen",
         )
         assert client.read_flow_run(run.id).state.type == StateType.RUNNING
-        client.set_flow_run_state(run.id, Cancelling())
-        final = wait_for(
-            lambda: (r := client.read_flow_run(run.id)).state.is_final() and r,
-            timeout=90,
-            what="the router's run to end",
-        )
+        final = cancel_and_wait(client, run.id)
     finally:
         stop_process(worker)
     worker_log = (prefect_server.home / "router-worker.log").read_text()
